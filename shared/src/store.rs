@@ -265,6 +265,18 @@ pub enum ChangeOutcome {
     Missing,
 }
 
+/// Where an index query continues: DynamoDB's `LastEvaluatedKey`.
+pub type StartKey = HashMap<String, AttributeValue>;
+
+/// The owner index key of a job, to continue a listing after it.
+pub fn owner_index_key(owner: &str, job_id: &str) -> StartKey {
+    HashMap::from([
+        ("pk".to_owned(), s(job_pk(job_id))),
+        ("owner".to_owned(), s(owner)),
+        ("id".to_owned(), s(job_id)),
+    ])
+}
+
 /// One page of an index query.
 #[derive(Debug, Clone)]
 pub struct Page<T> {

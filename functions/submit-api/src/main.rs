@@ -1,1 +1,15 @@
-fn main() {}
+//! The `submit-api` Lambda: the jobs API behind the JWT authorizer.
+
+use lambda_http::{Error, Request, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    research_relay::telemetry::init();
+    let app = submit_api::live_app().await?;
+    let app = &app;
+
+    lambda_http::run(service_fn(move |request: Request| async move {
+        Ok::<_, Error>(submit_api::handle(app, request).await)
+    }))
+    .await
+}

@@ -1,1 +1,15 @@
-fn main() {}
+//! The `submit-api` Lambda: the jobs API behind the JWT authorizer.
+
+use lambda_http::{Error, Request, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    research_relay::telemetry::init();
+    let app = webhook_receiver::live_app().await?;
+    let app = &app;
+
+    lambda_http::run(service_fn(move |request: Request| async move {
+        Ok::<_, Error>(webhook_receiver::handle(app, request).await)
+    }))
+    .await
+}
