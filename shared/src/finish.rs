@@ -115,6 +115,7 @@ pub async fn apply_provider_job<P: ResearchProvider, M: Mailer>(
             Some((completion, bytes)) => {
                 let mut fields = provider_id_matches
                     .text("mail_state", MailState::Pending.as_str())
+                    .remove("lease_until")
                     .due(shard, now);
                 if let Some(cost) = completion
                     .usage
@@ -146,6 +147,7 @@ pub async fn apply_provider_job<P: ResearchProvider, M: Mailer>(
             let fields = provider_id_matches
                 .text("failure_reason", truncate(&reason, 2000))
                 .text("mail_state", MailState::Pending.as_str())
+                .remove("lease_until")
                 .due(shard, now);
             let outcome = app
                 .store

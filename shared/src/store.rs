@@ -167,6 +167,9 @@ pub struct JobRecord {
     pub result_parts: u32,
     /// Whether a result is stored.
     pub has_result: bool,
+    /// The compressed result when it is stored inline, so reading a job once is enough to mail
+    /// it.
+    pub inline_result: Option<Vec<u8>>,
     /// The `Idempotency-Key` it was created with.
     pub idempotency_key: Option<String>,
 }
@@ -210,6 +213,7 @@ impl JobRecord {
             mail_lease_until: None,
             result_parts: 0,
             has_result: false,
+            inline_result: None,
             idempotency_key,
         }
     }
@@ -349,6 +353,14 @@ impl ChangeFields {
     /// Takes the job out of the attention index.
     pub fn not_due(self) -> Self {
         self.remove("due_shard").remove("due_at")
+    }
+
+    /// Only if the reconciler run `run_id` still holds the job's lease; releases the lease.
+    pub fn held_by(self, run_id: &str) -> Self {
+        self.remove("lease_until").remove("lease_owner").condition(
+            "#lease_owner = :lease_owner",
+            vec![(":lease_owner", AttributeValue::S(run_id.to_owned()))],
+        )
     }
 
     /// Adds a condition (with its values) to the write, ANDed with the status condition.
@@ -745,10 +757,9 @@ impl JobStore {
         }
 
         let compressed = if job.result_parts == 0 {
-            let item = self.get_item(&job_pk(&job.id)).await?.unwrap_or_default();
-            match item.get("result_gz") {
-                Some(AttributeValue::B(blob)) => blob.clone().into_inner(),
-                _ => return Ok(None),
+            match &job.inline_result {
+                Some(bytes) => bytes.clone(),
+                None => return Ok(None),
             }
         } else {
             let mut joined = Vec::new();
@@ -773,6 +784,29 @@ impl JobStore {
         };
 
         decompress(&compressed).map(Some)
+    }
+
+    /// Claims a due job for a reconciler run: succeeds only if the job is still due and nobody
+    /// holds a live lease on it. Returns the job as claimed, or `None` if someone else has it or
+    /// it no longer needs attention.
+    pub async fn claim_due_job(
+        &self,
+        job_id: &str,
+        run_id: &str,
+        lease_ms: i64,
+        now: i64,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        let fields = ChangeFields::new()
+            .number("lease_until", now + lease_ms)
+            .text("lease_owner", run_id)
+            .condition(
+                "attribute_exists(#due_at) AND #due_at <= :now AND (attribute_not_exists(#lease_until) OR #lease_until < :now)",
+                vec![(":now", n(now))],
+            );
+        match self.change_fields(job_id, fields, now).await? {
+            ChangeOutcome::Applied(job) => Ok(Some(*job)),
+            ChangeOutcome::NotApplied(_) | ChangeOutcome::Missing => Ok(None),
+        }
     }
 
     /// Due jobs of one attention-index shard, oldest due first, due at or before `now`.
@@ -1155,6 +1189,10 @@ fn item_to_job(item: &HashMap<String, AttributeValue>) -> Result<JobRecord, Stor
         mail_lease_until: get_n(item, "mail_lease_until"),
         result_parts: get_u32(item, "result_parts"),
         has_result: item.contains_key("result_gz") || get_u32(item, "result_parts") > 0,
+        inline_result: match item.get("result_gz") {
+            Some(AttributeValue::B(blob)) => Some(blob.as_ref().to_vec()),
+            _ => None,
+        },
         idempotency_key: get_s(item, "idempotency_key"),
     })
 }

@@ -19,8 +19,8 @@ use crate::store::{ChangeFields, ChangeOutcome, JobRecord, StoreError};
 /// What a submission attempt did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SubmitOutcome {
-    /// The provider has the job; this is our status for it now.
-    Accepted(JobStatus),
+    /// The provider has the job; this is the job now.
+    Accepted(Box<JobRecord>),
     /// The provider asked us to wait (429) or was unavailable: still QUEUED, due again at
     /// this moment.
     Deferred {
@@ -84,12 +84,13 @@ pub async fn submit_job<P: ResearchProvider, M: Mailer>(
 
             // A replayed submission can answer with a job that is already further along.
             if provider_job.status != ProviderStatus::Created
-                && let FinishOutcome::Changed(status) =
+                && let FinishOutcome::Changed(_) =
                     apply_provider_job(app, &current, &provider_job).await?
+                && let Some(advanced) = app.store.get_job(&job.id).await?
             {
-                return Ok(SubmitOutcome::Accepted(status));
+                return Ok(SubmitOutcome::Accepted(Box::new(advanced)));
             }
-            Ok(SubmitOutcome::Accepted(JobStatus::Submitted))
+            Ok(SubmitOutcome::Accepted(current))
         }
         Err(ProviderError::Rejected { status, message }) => {
             let mail_state = if mail_rejection {
