@@ -24,8 +24,13 @@
 //! mistyped field a 422 with FastAPI's `{"detail": [...]}`. The same idempotency key from the
 //! same API key returns the existing job and creates nothing. A job goes `CREATED` ->
 //! `IN_PROGRESS` -> `COMPLETED` (or `FAILED`) on the simulator clock; jobs older than the
-//! retention (7 days) answer 404. Cancelling is described in the `job` module: a cancelled job
-//! is `FAILED` with `error_message: "cancelled by user"` and never sends a webhook.
+//! retention (7 days) answer 404.
+//!
+//! `DELETE` on a job that has not finished makes it `FAILED` with `error_message` =
+//! [`CANCELLED_MESSAGE`] (`"cancelled by user"`) and `failed_at` = the cancel time: the
+//! published status enum has no cancelled state, so none is invented. A cancelled job never
+//! gets a result and never sends a webhook. `DELETE` on a finished job changes nothing and
+//! answers the job as it is; on an unknown or expired one it answers 404.
 //!
 //! When a job with a webhook finishes, the simulator POSTs
 //! `{"job_id", "status": "COMPLETED", "response"}` or `{"job_id", "status": "FAILED",
@@ -267,6 +272,8 @@ impl RunningSimulator {
 
 impl Drop for RunningSimulator {
     fn drop(&mut self) {
+        // Stops deliveries in flight too, so a dropped simulator calls no receiver again.
+        self.sim.reset();
         self.ticker.abort();
         self.server.abort();
     }

@@ -9,6 +9,7 @@
 //! `simulator listening on http://127.0.0.1:PORT` once requests can be sent, so scripts can
 //! wait for it.
 
+use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -73,6 +74,7 @@ async fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     let args = match parse_args(std::env::args().skip(1)) {
