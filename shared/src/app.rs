@@ -75,7 +75,8 @@ impl LiveApp {
             aws_sdk_dynamodb::Client::new(&sdk_config),
             config.table_name.clone(),
             config.due_index_shards,
-        );
+        )
+        .with_job_ttl(config.job_ttl);
         let mailer = SesMailer::new(aws_sdk_sesv2::Client::new(&sdk_config));
         let provider = PerplexityClient::new(&config.provider_base_url, secrets.provider_api_key)
             .map_err(|error| StartupError::Provider(error.to_string()))?;

@@ -385,6 +385,7 @@ pub struct JobStore {
     client: Client,
     table: String,
     due_shards: u32,
+    job_ttl_secs: i64,
 }
 
 impl JobStore {
@@ -394,7 +395,18 @@ impl JobStore {
             client,
             table: table.into(),
             due_shards: due_shards.max(1),
+            job_ttl_secs: 90 * 86_400,
         }
+    }
+
+    /// Sets how long after creation DynamoDB TTL deletes a job and its result parts.
+    pub fn with_job_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.job_ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+        self
+    }
+
+    fn ttl_of(&self, created_at_ms: i64) -> AttributeValue {
+        n(created_at_ms / 1000 + self.job_ttl_secs)
     }
 
     /// The DynamoDB client, for tests that inspect the table.
@@ -431,6 +443,7 @@ impl JobStore {
     ) -> Result<CreateOutcome, StoreError> {
         let mut job_item = job_to_item(job);
         job_item.insert("due_shard".into(), s(self.due_shard(&job.id)));
+        job_item.insert("ttl".into(), self.ttl_of(job.created_at));
         let put_job = Put::builder()
             .table_name(&self.table)
             .set_item(Some(job_item))
@@ -711,6 +724,7 @@ impl JobStore {
                 .table_name(&self.table)
                 .item("pk", s(result_part_pk(job_id, index)))
                 .item("data", AttributeValue::B(Blob::new(part.to_vec())))
+                .item("ttl", self.ttl_of(now))
                 .build()
                 .map_err(build_error)?;
             items.push(TransactWriteItem::builder().put(put).build());
@@ -836,7 +850,8 @@ impl JobStore {
             .items()
             .iter()
             .filter_map(|item| {
-                let id = get_s(item, "id")?;
+                let pk = get_s(item, "pk")?;
+                let id = pk.strip_prefix("JOB#")?.to_owned();
                 let due_at = get_n(item, "due_at")?;
                 Some(DueJob { id, due_at })
             })

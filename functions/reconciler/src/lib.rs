@@ -1,7 +1,8 @@
 //! The reconciler: finishes every job that webhooks did not.
 //!
 //! A run reads the sparse attention index (only jobs that still need something), shard by shard,
-//! oldest due first within a shard, page by page, and works on up to `RECONCILE_CONCURRENCY` jobs
+//! oldest due first within a shard, page by page (reading the next page only when it needs more
+//! work), and works on up to `RECONCILE_CONCURRENCY` jobs
 //! at once. Each job is first claimed with a conditional write and a lease, so overlapping runs
 //! (EventBridge may invoke twice; a failed invocation is retried) never work on the same job at
 //! once. A run stops taking new jobs `RECONCILE_DEADLINE_MARGIN_MS` before its invocation
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use lambda_runtime::LambdaEvent;
 use research_relay::app::App;
 use research_relay::finish::{
@@ -123,30 +125,51 @@ pub async fn run<P: ResearchProvider, M: Mailer>(
     let counters = Counters::default();
     let started_ms = app.clock.now_ms();
 
-    let due_ids = futures::stream::iter(app.store.due_shards())
-        .flat_map(|shard| due_pages(app, shard, started_ms))
-        .take_while(|_| std::future::ready(Instant::now() < stop_at));
-    due_ids
-        .for_each_concurrent(app.config.reconcile_concurrency.max(1), |due| {
-            let counters = &counters;
-            let run_id = &run_id;
-            async move {
-                match due {
-                    Ok(job_id) => {
-                        bump(&counters.due_seen);
-                        if let Err(error) = reconcile_job(app, &job_id, run_id, counters).await {
-                            bump(&counters.errors);
-                            tracing::warn!(job_id, error = %error, "job not reconciled in this run");
-                        }
-                    }
-                    Err(error) => {
-                        bump(&counters.errors);
-                        tracing::error!(error = %error, "reading the attention index failed");
-                    }
-                }
+    let mut in_flight = FuturesUnordered::new();
+    let concurrency = app.config.reconcile_concurrency.max(1);
+    'shards: for shard in app.store.due_shards() {
+        let mut start = None;
+        loop {
+            if Instant::now() >= stop_at {
+                break 'shards;
             }
-        })
-        .await;
+            let page = match app
+                .store
+                .due_jobs(
+                    &shard,
+                    started_ms,
+                    app.config.reconcile_page_size,
+                    start.take(),
+                )
+                .await
+            {
+                Ok(page) => page,
+                Err(error) => {
+                    bump(&counters.errors);
+                    tracing::error!(error = %error, "reading the attention index failed");
+                    continue 'shards;
+                }
+            };
+
+            for due in page.items {
+                while in_flight.len() >= concurrency {
+                    in_flight.next().await;
+                }
+                if Instant::now() >= stop_at {
+                    break 'shards;
+                }
+                bump(&counters.due_seen);
+                in_flight.push(reconcile_counted(app, due.id, &run_id, &counters));
+            }
+
+            match page.next {
+                Some(next) => start = Some(next),
+                None => break,
+            }
+        }
+    }
+    while in_flight.next().await.is_some() {}
+    drop(in_flight);
 
     let now = Instant::now();
     let summary = RunSummary {
@@ -169,42 +192,16 @@ pub async fn run<P: ResearchProvider, M: Mailer>(
     summary
 }
 
-/// The due job ids of one shard, page by page, read lazily so a run that stops early reads no
-/// more than it uses.
-fn due_pages<'a, P: ResearchProvider, M: Mailer>(
-    app: &'a App<P, M>,
-    shard: String,
-    now: i64,
-) -> impl futures::Stream<Item = Result<String, StoreError>> + 'a {
-    enum Cursor {
-        Start,
-        After(research_relay::store::StartKey),
-        Done,
+async fn reconcile_counted<P: ResearchProvider, M: Mailer>(
+    app: &App<P, M>,
+    job_id: String,
+    run_id: &str,
+    counters: &Counters,
+) {
+    if let Err(error) = reconcile_job(app, &job_id, run_id, counters).await {
+        bump(&counters.errors);
+        tracing::warn!(job_id, error = %error, "job not reconciled in this run");
     }
-    futures::stream::unfold(Cursor::Start, move |cursor| {
-        let shard = shard.clone();
-        async move {
-            let start = match cursor {
-                Cursor::Start => None,
-                Cursor::After(key) => Some(key),
-                Cursor::Done => return None,
-            };
-            match app
-                .store
-                .due_jobs(&shard, now, app.config.reconcile_page_size, start)
-                .await
-            {
-                Ok(page) => {
-                    let next = page.next.map_or(Cursor::Done, Cursor::After);
-                    let ids: Vec<Result<String, StoreError>> =
-                        page.items.into_iter().map(|due| Ok(due.id)).collect();
-                    Some((futures::stream::iter(ids), next))
-                }
-                Err(error) => Some((futures::stream::iter(vec![Err(error)]), Cursor::Done)),
-            }
-        }
-    })
-    .flatten()
 }
 
 async fn reconcile_job<P: ResearchProvider, M: Mailer>(
