@@ -23,7 +23,7 @@ pub const API_KEY: &str = "pplx-test-key";
 /// Webhook secret of the test jobs.
 pub const SECRET: &str = "whsec_test_0001";
 /// Longest a test waits for something asynchronous.
-pub const PATIENCE: Duration = Duration::from_secs(5);
+pub const PATIENCE: Duration = Duration::from_secs(10);
 
 /// Timings that never move on their own: jobs start after an hour and finish after two, so
 /// a test decides every step by moving the clock. Retries are fast and few.
