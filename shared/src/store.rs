@@ -618,8 +618,13 @@ impl JobStore {
         fields: ChangeFields,
         now: i64,
     ) -> Result<ChangeOutcome, StoreError> {
-        let condition = (!fields.extra_conditions.is_empty())
-            .then(|| format!("({})", fields.extra_conditions.join(") AND (")));
+        // DynamoDB refuses redundant parentheses, so a single condition is left bare; the
+        // expression builder wraps the whole condition once.
+        let condition = match fields.extra_conditions.as_slice() {
+            [] => None,
+            [single] => Some(single.clone()),
+            several => Some(format!("({})", several.join(") AND ("))),
+        };
         let values = fields.extra_values.clone();
         self.conditional_update(job_id, fields, condition, values, now)
             .await

@@ -8,6 +8,7 @@
 
 pub mod gateway;
 pub mod jwt;
+pub mod mailbox;
 pub mod schema;
 pub mod stack;
 
