@@ -65,9 +65,20 @@ impl LiveApp {
         Self::from_config(config, Clock::system()).await
     }
 
-    /// Builds the production context from a given configuration.
+    /// Builds the production context from a given configuration, with the AWS SDK's standard
+    /// configuration chain.
     pub async fn from_config(config: Config, clock: Clock) -> Result<Self, StartupError> {
         let sdk_config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::from_sdk_config(config, &sdk_config, clock).await
+    }
+
+    /// Builds the production context from a configuration and a ready SDK configuration.
+    pub async fn from_sdk_config(
+        config: Config,
+        sdk_config: &aws_config::SdkConfig,
+        clock: Clock,
+    ) -> Result<Self, StartupError> {
+        let sdk_config = sdk_config.clone();
         let secrets_client = aws_sdk_secretsmanager::Client::new(&sdk_config);
         let secrets = Secrets::load(&secrets_client, &config.secret_id).await?;
 

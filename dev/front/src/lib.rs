@@ -11,6 +11,7 @@ pub mod jwt;
 pub mod mailbox;
 pub mod schema;
 pub mod stack;
+pub mod testkit;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
