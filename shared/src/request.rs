@@ -5,6 +5,15 @@
 //! dropped, so a frontend learns at once that an option it relies on is not supported. The
 //! result is the exact provider request we will send, and its canonical JSON is what an
 //! `Idempotency-Key` protects.
+//!
+//! Choices where the contract is silent:
+//! - `null` is not "unset": an option sent as `null` is refused like any other wrong type, so a
+//!   frontend bug that loses a value is reported instead of silently running a different search.
+//! - The `Content-Type` header is not consulted; the body must parse as a JSON object either
+//!   way, which also serves clients that post `text/plain` to avoid a CORS preflight.
+//! - Text is trimmed before its length is checked and before it is sent.
+//! - The byte limit ([`MAX_BODY_BYTES`]) bounds the stored job item; for non-ASCII text it
+//!   binds before the character limits do.
 
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -53,11 +62,49 @@ pub struct ValidatedRequest {
 }
 
 impl ValidatedRequest {
-    /// SHA-256 of the canonical request (keys sorted) and recipient: two bodies that mean the same
-    /// thing hash the same, whatever their key order or whitespace.
+    /// SHA-256 of the normalised request and recipient: two bodies that mean the same thing hash
+    /// the same, whatever their key order, whitespace, or whether they said `query` or the
+    /// equivalent one-message `messages`, or left out the default model.
+    ///
+    /// Keys are sorted here rather than trusting `serde_json`'s map order, which changes when any
+    /// crate in the build turns on its `preserve_order` feature; a hash that silently changed
+    /// would make every stored `Idempotency-Key` look reused.
     pub fn body_hash(&self) -> String {
-        let canonical = json!({"request": self.provider_request, "recipient": self.recipient});
-        hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+        let normalised = json!({"request": self.provider_request, "recipient": self.recipient});
+        let mut canonical = String::new();
+        write_canonical(&normalised, &mut canonical);
+        hex::encode(Sha256::digest(canonical.as_bytes()))
+    }
+}
+
+/// Writes `value` as compact JSON with object keys in byte order, at every depth.
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (index, (key, item)) in entries.into_iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                write_canonical(item, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
     }
 }
 
@@ -97,7 +144,10 @@ pub fn validate(
         if !ALLOWED_FIELDS.contains(&name.as_str()) {
             errors.push(FieldError::new(
                 format!("/{name}"),
-                format!("unknown field; allowed fields are {}", ALLOWED_FIELDS.join(", ")),
+                format!(
+                    "unknown field; allowed fields are {}",
+                    ALLOWED_FIELDS.join(", ")
+                ),
             ));
         }
     }
@@ -126,11 +176,17 @@ pub fn validate(
 fn messages(fields: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Option<(Value, String)> {
     match (fields.get("query"), fields.get("messages")) {
         (Some(_), Some(_)) => {
-            errors.push(FieldError::new("/query", "give either query or messages, not both"));
+            errors.push(FieldError::new(
+                "/query",
+                "give either query or messages, not both",
+            ));
             None
         }
         (None, None) => {
-            errors.push(FieldError::new("/query", "required: the research question (or messages)"));
+            errors.push(FieldError::new(
+                "/query",
+                "required: the research question (or messages)",
+            ));
             None
         }
         (Some(query), None) => {
@@ -147,16 +203,25 @@ fn messages(fields: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Option
             }
             let mut cleaned = Vec::with_capacity(list.len());
             let mut total = 0;
-            let mut last_role = String::new();
+            let mut roles = Vec::with_capacity(list.len());
             let mut last_text = String::new();
             for (index, message) in list.iter().enumerate() {
                 let pointer = format!("/messages/{index}");
                 let Value::Object(message) = message else {
-                    errors.push(FieldError::new(pointer, "must be an object with role and content"));
+                    errors.push(FieldError::new(
+                        pointer,
+                        "must be an object with role and content",
+                    ));
                     continue;
                 };
-                if let Some(extra) = message.keys().find(|key| *key != "role" && *key != "content") {
-                    errors.push(FieldError::new(format!("{pointer}/{extra}"), "unknown field"));
+                if let Some(extra) = message
+                    .keys()
+                    .find(|key| *key != "role" && *key != "content")
+                {
+                    errors.push(FieldError::new(
+                        format!("{pointer}/{extra}"),
+                        "unknown field",
+                    ));
                 }
                 let role = match message.get("role").and_then(Value::as_str) {
                     Some(role @ ("system" | "user" | "assistant")) => role,
@@ -176,7 +241,7 @@ fn messages(fields: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Option
                     continue;
                 };
                 total += text.chars().count();
-                last_role = role.to_owned();
+                roles.push(role);
                 last_text = text.clone();
                 cleaned.push(json!({"role": role, "content": text}));
             }
@@ -186,18 +251,48 @@ fn messages(fields: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Option
                     format!("conversation is longer than {MAX_TOTAL_CHARS} characters"),
                 ));
             }
-            if cleaned.len() == list.len() && last_role != "user" {
-                errors.push(FieldError::new(
-                    format!("/messages/{}/role", list.len() - 1),
-                    "the last message must come from the user",
-                ));
+            if cleaned.len() == list.len() {
+                turn_order(&roles, errors);
             }
-            errors.is_empty().then_some((Value::Array(cleaned), last_text))
+            errors
+                .is_empty()
+                .then_some((Value::Array(cleaned), last_text))
         }
         (None, Some(_)) => {
             errors.push(FieldError::new("/messages", "must be an array of messages"));
             None
         }
+    }
+}
+
+/// The provider's rule for a conversation, checked here so a caller learns it at once instead of
+/// through a failed job: system messages only at the start, then turns alternating user,
+/// assistant, user, ..., ending with the user's question. Only the first misplaced turn is
+/// named, since every later one is usually wrong for the same reason.
+fn turn_order(roles: &[&str], errors: &mut Vec<FieldError>) {
+    let first_turn = roles.iter().take_while(|role| **role == "system").count();
+    for (offset, role) in roles[first_turn..].iter().enumerate() {
+        let expected = if offset % 2 == 0 { "user" } else { "assistant" };
+        if *role != expected {
+            let message = if *role == "system" {
+                "system messages may only come before the first user message".to_owned()
+            } else {
+                format!(
+                    "must be {expected}: after any system messages, turns alternate user, assistant, user"
+                )
+            };
+            errors.push(FieldError::new(
+                format!("/messages/{}/role", first_turn + offset),
+                message,
+            ));
+            return;
+        }
+    }
+    if roles.last() != Some(&"user") {
+        errors.push(FieldError::new(
+            format!("/messages/{}/role", roles.len().saturating_sub(1)),
+            "the last message must come from the user",
+        ));
     }
 }
 
@@ -218,8 +313,14 @@ fn text_field(value: &Value, pointer: &str, errors: &mut Vec<FieldError>) -> Opt
         ));
         return None;
     }
-    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r') {
-        errors.push(FieldError::new(pointer, "must not contain control characters"));
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
+    {
+        errors.push(FieldError::new(
+            pointer,
+            "must not contain control characters",
+        ));
         return None;
     }
     Some(text.to_owned())
@@ -260,7 +361,10 @@ fn recipient(
             domain.to_ascii_lowercase()
         }
         _ => {
-            errors.push(FieldError::new("/recipient", "must be a plain ASCII e-mail address"));
+            errors.push(FieldError::new(
+                "/recipient",
+                "must be a plain ASCII e-mail address",
+            ));
             return String::new();
         }
     };
@@ -293,14 +397,20 @@ pub fn is_host_name(name: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
         && labels
             .last()
             .is_some_and(|tld| tld.bytes().any(|b| b.is_ascii_alphabetic()))
 }
 
-fn options(fields: &Map<String, Value>, request: &mut Map<String, Value>, errors: &mut Vec<FieldError>) {
+fn options(
+    fields: &Map<String, Value>,
+    request: &mut Map<String, Value>,
+    errors: &mut Vec<FieldError>,
+) {
     if let Some(value) = fields.get("search_domain_filter") {
         match value.as_array() {
             Some(domains) if domains.len() <= MAX_DOMAINS => {
@@ -331,9 +441,12 @@ fn options(fields: &Map<String, Value>, request: &mut Map<String, Value>, errors
     }
 
     let choices: [(&str, &[&str]); 3] = [
-        ("search_recency_filter", &["hour", "day", "week", "month", "year"]),
+        (
+            "search_recency_filter",
+            &["hour", "day", "week", "month", "year"],
+        ),
         ("search_mode", &["web", "academic", "sec"]),
-        ("reasoning_effort", &["low", "medium", "high"]),
+        ("reasoning_effort", &["minimal", "low", "medium", "high"]),
     ];
     for (name, allowed) in choices {
         if let Some(value) = fields.get(name) {
@@ -408,4 +521,136 @@ fn is_us_date(text: &str) -> bool {
         (number(month, 2), number(day, 2), number(year, 4)),
         (Some(1..=12), Some(1..=31), Some(1900..=2999))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config() -> Config {
+        let vars: HashMap<String, String> = [
+            ("TABLE_NAME", "jobs"),
+            ("SECRET_ID", "secret"),
+            ("PUBLIC_BASE_URL", "https://api.example.com"),
+            ("MAIL_FROM", "reports@example.com"),
+            ("ALLOWED_MODELS", "sonar-deep-research,sonar-pro"),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect();
+        Config::from_map(&vars).expect("test configuration")
+    }
+
+    fn fields_of(body: &str) -> Vec<String> {
+        match validate(body.as_bytes(), "ada@example.com", &config()) {
+            Err(RequestError::Invalid(errors)) => errors.into_iter().map(|e| e.field).collect(),
+            other => panic!("expected field errors for {body}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bodies_that_mean_the_same_hash_the_same() {
+        let bodies = [
+            r#"{"query":"Heat pumps?","search_mode":"web"}"#,
+            r#"{ "search_mode" : "web", "query" : "  Heat pumps?  " }"#,
+            r#"{"messages":[{"content":"Heat pumps?","role":"user"}],"search_mode":"web"}"#,
+            r#"{"query":"Heat pumps?","search_mode":"web","model":"sonar-deep-research"}"#,
+        ];
+
+        let hashes: Vec<String> = bodies
+            .iter()
+            .map(|body| {
+                validate(body.as_bytes(), "ada@example.com", &config())
+                    .expect("valid")
+                    .body_hash()
+            })
+            .collect();
+
+        assert!(hashes.iter().all(|hash| hash == &hashes[0]), "{hashes:?}");
+    }
+
+    #[test]
+    fn a_different_option_changes_the_hash() {
+        let first = validate(br#"{"query":"q"}"#, "ada@example.com", &config()).expect("valid");
+        let second = validate(
+            br#"{"query":"q","search_mode":"academic"}"#,
+            "ada@example.com",
+            &config(),
+        )
+        .expect("valid");
+
+        assert_ne!(first.body_hash(), second.body_hash());
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_depth() {
+        let value = json!({"b": [{"z": 1, "a": "x"}], "a": null});
+        let mut out = String::new();
+
+        write_canonical(&value, &mut out);
+
+        assert_eq!(out, r#"{"a":null,"b":[{"a":"x","z":1}]}"#);
+    }
+
+    #[test]
+    fn turns_must_alternate_after_the_system_messages() {
+        let cases = [
+            (
+                r#"[{"role":"system","content":"s"},{"role":"user","content":"u"}]"#,
+                vec![],
+            ),
+            (
+                r#"[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":"c"}]"#,
+                vec![],
+            ),
+            (
+                r#"[{"role":"user","content":"a"},{"role":"user","content":"b"}]"#,
+                vec!["/messages/1/role"],
+            ),
+            (
+                r#"[{"role":"assistant","content":"a"},{"role":"user","content":"b"}]"#,
+                vec!["/messages/0/role"],
+            ),
+            (
+                r#"[{"role":"user","content":"a"},{"role":"system","content":"b"}]"#,
+                vec!["/messages/1/role"],
+            ),
+            (
+                r#"[{"role":"user","content":"a"},{"role":"assistant","content":"b"}]"#,
+                vec!["/messages/1/role"],
+            ),
+            (
+                r#"[{"role":"system","content":"s"}]"#,
+                vec!["/messages/0/role"],
+            ),
+        ];
+
+        for (messages, expected) in cases {
+            let body = format!(r#"{{"messages":{messages}}}"#);
+
+            let result = validate(body.as_bytes(), "ada@example.com", &config());
+
+            match expected.as_slice() {
+                [] => assert!(result.is_ok(), "{messages}: {result:?}"),
+                _ => assert_eq!(fields_of(&body), expected, "{messages}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_question_is_the_last_user_message() {
+        let body = br#"{"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"First?"},{"role":"assistant","content":"One."},{"role":"user","content":"Second?"}]}"#;
+
+        let validated = validate(body, "ada@example.com", &config()).expect("valid");
+
+        assert_eq!(validated.question, "Second?");
+        assert_eq!(
+            validated.provider_request["messages"]
+                .as_array()
+                .map(Vec::len),
+            Some(4)
+        );
+    }
 }
