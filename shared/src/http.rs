@@ -44,6 +44,9 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
     /// Seconds to wait, sent as `Retry-After`.
     pub retry_after: Option<u64>,
+    /// RFC 9457 `instance`: the resource this occurrence is about, when there is one (a job the
+    /// request created before it failed), so the caller can look at it.
+    pub instance: Option<String>,
 }
 
 impl Problem {
@@ -61,6 +64,7 @@ impl Problem {
             detail: detail.into(),
             errors: Vec::new(),
             retry_after: None,
+            instance: None,
         }
     }
 
@@ -75,6 +79,9 @@ impl Problem {
         });
         if !self.errors.is_empty() {
             body["errors"] = json!(self.errors);
+        }
+        if let Some(instance) = &self.instance {
+            body["instance"] = json!(instance);
         }
         body
     }
