@@ -3,6 +3,21 @@
 //! [`handle`] takes an API Gateway request (payload 2.0 or 1.0, any stage) and answers it. Every
 //! failure is an [`ApiError`], turned into a problem document in exactly one place
 //! ([`ApiError::into_problem`]); 4xx are the caller's mistakes, 5xx only our own faults.
+//! `openapi.yaml` at the repository root describes every answer, and a test checks the real
+//! answers against it.
+//!
+//! Choices where the contract is silent:
+//! - An idempotent replay answers what the first request answered: `202` with the job as it is
+//!   now, or the same `422` when the provider refused the job at submission. It carries
+//!   `Idempotent-Replayed: true` and creates nothing, neither a job nor a provider call.
+//! - A job refused by the provider still counts toward the daily quota: it was created.
+//! - `DELETE` answers `200` with the cancelled job, also when it was cancelled before, so a
+//!   retried cancel is harmless; only a job finished otherwise is a `409`.
+//! - A listing page is exact: `next_cursor` is `null` on the last page, never a cursor to an
+//!   empty page. The owner index is eventually consistent in DynamoDB, so a job created a
+//!   moment ago may appear in the listing a moment later; `GET /jobs/{id}` sees it at once.
+//! - An id that is not one of ours, or another owner's job, is the same `404`: the answer
+//!   reveals nothing about who else has jobs.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -65,9 +80,14 @@ pub enum ApiError {
         /// Seconds until it resets.
         retry_after: u64,
     },
-    /// The provider refused the request itself.
+    /// The provider refused the request itself; the job is stored as FAILED.
     #[error("provider refused the request")]
-    ProviderRejected(String),
+    ProviderRejected {
+        /// The job, now FAILED.
+        job_id: String,
+        /// What to tell the caller: the provider's reason in a sentence, as stored on the job.
+        detail: String,
+    },
     /// The store is unavailable or refused a request.
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -154,12 +174,15 @@ impl ApiError {
                     "You have created as many jobs today as allowed; the quota resets at midnight UTC.",
                 )
             },
-            Self::ProviderRejected(reason) => Problem::new(
-                422,
-                "provider-rejected",
-                "Research provider refused the request",
-                format!("The research provider refused the request: {reason}"),
-            ),
+            Self::ProviderRejected { job_id, detail } => Problem {
+                instance: Some(format!("/jobs/{job_id}")),
+                ..Problem::new(
+                    422,
+                    "provider-rejected",
+                    "Research provider refused the request",
+                    detail,
+                )
+            },
             Self::Store(StoreError::Transient(_)) => Problem {
                 retry_after: Some(2),
                 ..Problem::new(
@@ -190,7 +213,17 @@ pub async fn handle<P: ResearchProvider, M: Mailer>(
             if let ApiError::Store(store_error) = &error {
                 tracing::error!(error = %store_error, "store failure while answering a jobs request");
             }
-            error.into_problem().into_response()
+            let allow = match &error {
+                ApiError::MethodNotAllowed(allowed) => Some(*allowed),
+                _ => None,
+            };
+            let mut response = error.into_problem().into_response();
+            if let Some(allowed) = allow {
+                response
+                    .headers_mut()
+                    .insert("allow", lambda_http::http::HeaderValue::from_static(allowed));
+            }
+            response
         }
     }
 }
@@ -263,6 +296,21 @@ async fn create<P: ResearchProvider, M: Mailer>(
                 .await?
                 .ok_or(ApiError::NotFound)?;
             tracing::info!(job_id = %existing.id, status = existing.status.as_str(), "idempotent replay");
+            if refused_at_submission(&existing) {
+                let mut response = ApiError::ProviderRejected {
+                    job_id: existing.id.clone(),
+                    detail: existing.failure_reason.clone().unwrap_or_else(|| {
+                        "The research provider refused the request.".to_owned()
+                    }),
+                }
+                .into_problem()
+                .into_response();
+                response.headers_mut().insert(
+                    "idempotent-replayed",
+                    lambda_http::http::HeaderValue::from_static("true"),
+                );
+                return Ok(response);
+            }
             return Ok(accepted(app, &existing, true));
         }
         CreateOutcome::KeyReused => return Err(ApiError::KeyReused),
@@ -277,7 +325,10 @@ async fn create<P: ResearchProvider, M: Mailer>(
     // The job is durable now. Whatever happens below, the reconciler can finish submitting it,
     // so a store hiccup here still answers 202 with the job as created.
     match submit_job(app, &job, false).await {
-        Ok(SubmitOutcome::Rejected { message, .. }) => Err(ApiError::ProviderRejected(message)),
+        Ok(SubmitOutcome::Rejected { message, .. }) => Err(ApiError::ProviderRejected {
+            job_id: job.id,
+            detail: format!("The research provider refused the request: {message}"),
+        }),
         Ok(_) => {
             let current = app
                 .store
@@ -293,6 +344,14 @@ async fn create<P: ResearchProvider, M: Mailer>(
             Ok(accepted(app, &job, false))
         }
     }
+}
+
+/// Whether the provider refused the job when this API submitted it: FAILED without ever having
+/// had a provider id, and not to be mailed (the caller was told in the answer).
+fn refused_at_submission(job: &JobRecord) -> bool {
+    job.status == JobStatus::Failed
+        && job.provider_id.is_none()
+        && job.mail_state == MailState::NotNeeded
 }
 
 fn accepted<P, M>(app: &App<P, M>, job: &JobRecord, replayed: bool) -> Response<Body> {
@@ -378,14 +437,20 @@ async fn list<P: ResearchProvider, M: Mailer>(
         Some(cursor) => Some(decode_cursor(cursor, &caller.owner)?),
     };
 
-    let page = app.store.jobs_of_owner(&caller.owner, limit, start).await?;
-
+    // One item more than asked tells whether another page exists, so the last page says so
+    // instead of handing out a cursor to an empty page.
+    let mut page = app
+        .store
+        .jobs_of_owner(&caller.owner, limit + 1, start)
+        .await?;
+    let page_size = usize::try_from(limit).unwrap_or(usize::MAX);
+    let more = page.items.len() > page_size || page.next.is_some();
+    page.items.truncate(page_size);
     let next_cursor = page
-        .next
-        .as_ref()
-        .and_then(|key| key.get("id"))
-        .and_then(|id| id.as_s().ok())
-        .map(|id| URL_SAFE_NO_PAD.encode(id.as_bytes()));
+        .items
+        .last()
+        .filter(|_| more)
+        .map(|last| URL_SAFE_NO_PAD.encode(last.id.as_bytes()));
     let jobs: Vec<_> = page.items.iter().map(summary_view).collect();
     Ok(json_response(
         200,
