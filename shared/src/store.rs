@@ -672,23 +672,17 @@ impl JobStore {
         fields: ChangeFields,
         now: i64,
     ) -> Result<ChangeOutcome, StoreError> {
-        let compressed = compress(result_json)?;
-        if compressed.len() <= INLINE_RESULT_LIMIT {
-            let fields = fields
-                .value("result_gz", AttributeValue::B(Blob::new(compressed)))
-                .number("result_parts", 0);
-            return self
-                .change_status(job_id, JobEvent::Completed, fields, now)
-                .await;
-        }
-
-        let parts: Vec<&[u8]> = compressed.chunks(RESULT_PART_SIZE).collect();
-        if parts.len() > MAX_RESULT_PARTS {
-            return Err(StoreError::Permanent(format!(
-                "result of {} compressed bytes exceeds the storable maximum",
-                compressed.len()
-            )));
-        }
+        let parts = match prepare_result(result_json)? {
+            PreparedResult::Inline(compressed) => {
+                let fields = fields
+                    .value("result_gz", AttributeValue::B(Blob::new(compressed)))
+                    .number("result_parts", 0);
+                return self
+                    .change_status(job_id, JobEvent::Completed, fields, now)
+                    .await;
+            }
+            PreparedResult::Parts(parts) => parts,
+        };
 
         let fields = fields
             .number("result_parts", parts.len())
@@ -724,11 +718,11 @@ impl JobStore {
             .build()
             .map_err(build_error)?;
         let mut items = vec![TransactWriteItem::builder().update(job_update).build()];
-        for (index, part) in parts.iter().enumerate() {
+        for (index, part) in parts.into_iter().enumerate() {
             let put = Put::builder()
                 .table_name(&self.table)
                 .item("pk", s(result_part_pk(job_id, index)))
-                .item("data", AttributeValue::B(Blob::new(part.to_vec())))
+                .item("data", AttributeValue::B(Blob::new(part)))
                 .item("ttl", self.ttl_of(now))
                 .build()
                 .map_err(build_error)?;
@@ -747,22 +741,32 @@ impl JobStore {
                 None => Ok(ChangeOutcome::Missing),
             },
             Err(error) => {
-                let job_condition_failed = match &error {
+                let reasons: Vec<String> = match &error {
                     SdkError::ServiceError(service) => match service.err() {
                         aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(cancelled) => cancelled
                             .cancellation_reasons()
-                            .first()
-                            .and_then(|reason| reason.code())
-                            == Some("ConditionalCheckFailed"),
-                        _ => false,
+                            .iter()
+                            .map(|reason| reason.code().unwrap_or("None").to_owned())
+                            .collect(),
+                        _ => Vec::new(),
                     },
-                    _ => false,
+                    _ => Vec::new(),
                 };
-                if !job_condition_failed {
+                let job_condition_failed =
+                    reasons.first().map(String::as_str) == Some("ConditionalCheckFailed");
+                let conflicted = reasons.iter().any(|code| code == "TransactionConflict");
+                if !job_condition_failed && !conflicted {
                     return Err(StoreError::from_sdk(error));
                 }
                 match self.get_job(job_id).await? {
-                    Some(job) => Ok(ChangeOutcome::NotApplied(Box::new(job))),
+                    Some(job) if job_condition_failed || job.status.is_final() => {
+                        Ok(ChangeOutcome::NotApplied(Box::new(job)))
+                    }
+                    // A concurrent transaction on the same job (an identical delivery) that has
+                    // not finished it: nothing is stored yet, so the caller must try again.
+                    Some(_) => Err(StoreError::Transient(format!(
+                        "transaction conflicted with another write: {reasons:?}"
+                    ))),
                     None => Ok(ChangeOutcome::Missing),
                 }
             }
@@ -1217,6 +1221,37 @@ fn item_to_job(item: &HashMap<String, AttributeValue>) -> Result<JobRecord, Stor
     })
 }
 
+/// A result made ready for the table: compressed, and cut into parts when it would not fit in
+/// the job item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PreparedResult {
+    /// The gzip bytes, small enough for the job item's `result_gz`.
+    Inline(Vec<u8>),
+    /// The gzip bytes cut into consecutive parts of at most [`RESULT_PART_SIZE`], one item each.
+    Parts(Vec<Vec<u8>>),
+}
+
+/// Compresses a result and decides where it goes. Pure, so the item-size rule can be tested and
+/// measured without a table; [`JobStore::complete_with_result`] writes what it returns.
+pub fn prepare_result(result_json: &[u8]) -> Result<PreparedResult, StoreError> {
+    let compressed = compress(result_json)?;
+    if compressed.len() <= INLINE_RESULT_LIMIT {
+        return Ok(PreparedResult::Inline(compressed));
+    }
+
+    let parts: Vec<Vec<u8>> = compressed
+        .chunks(RESULT_PART_SIZE)
+        .map(<[u8]>::to_vec)
+        .collect();
+    if parts.len() > MAX_RESULT_PARTS {
+        return Err(StoreError::Permanent(format!(
+            "result of {} compressed bytes exceeds the storable maximum",
+            compressed.len()
+        )));
+    }
+    Ok(PreparedResult::Parts(parts))
+}
+
 fn compress(bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     encoder
@@ -1246,6 +1281,34 @@ mod tests {
 
         assert!(packed.len() < text.len() / 10);
         assert_eq!(unpacked, text.as_bytes());
+    }
+
+    #[test]
+    fn a_compressible_result_stays_inline_and_an_incompressible_one_is_split() {
+        let prose = "report text ".repeat(40_000);
+        let mut state = 0x2545_f491_u32;
+        let noise: Vec<u8> = (0..600_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+                    [(state % 64) as usize]
+            })
+            .collect();
+
+        let inline = prepare_result(prose.as_bytes()).expect("prepares");
+        let split = prepare_result(&noise).expect("prepares");
+
+        assert!(
+            matches!(inline, PreparedResult::Inline(ref bytes) if bytes.len() <= INLINE_RESULT_LIMIT)
+        );
+        let PreparedResult::Parts(parts) = split else {
+            panic!("600 KB of noise does not compress below the inline limit");
+        };
+        assert!(parts.len() >= 2);
+        assert!(parts.iter().all(|part| part.len() <= RESULT_PART_SIZE));
+        assert_eq!(decompress(&parts.concat()).expect("gzip"), noise);
     }
 
     #[test]
