@@ -98,7 +98,7 @@ where
     match &error {
         SdkError::ServiceError(service) => {
             let code = service.err().code().unwrap_or("Unknown").to_owned();
-            let message = service.err().message().unwrap_or("").to_owned();
+            let message = redact_addresses(service.err().message().unwrap_or(""));
             let reason = if message.is_empty() {
                 code.clone()
             } else {
@@ -110,6 +110,68 @@ where
                 MailError::Transient(reason)
             }
         }
-        _ => MailError::Transient(aws_sdk_sesv2::error::DisplayErrorContext(&error).to_string()),
+        _ => MailError::Transient(redact_addresses(
+            &aws_sdk_sesv2::error::DisplayErrorContext(&error).to_string(),
+        )),
+    }
+}
+
+/// Replaces every e-mail address in an SES message with `[address]`. SES names the refused
+/// sender or recipient in its messages ("Email address is not verified ... x@y"); the reason is
+/// logged and stored, and neither may carry an address.
+pub fn redact_addresses(text: &str) -> String {
+    let is_boundary = |c: char| {
+        c.is_whitespace()
+            || matches!(
+                c,
+                '<' | '>' | ',' | ';' | '(' | ')' | '"' | '\'' | '[' | ']' | ':'
+            )
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.contains('@') {
+            out.push_str("[address]");
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in text.chars() {
+        if is_boundary(c) {
+            flush(&mut word, &mut out);
+            out.push(c);
+        } else {
+            word.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_in_ses_messages_are_redacted() {
+        let cases = [
+            (
+                "Did not have authority to send from email reports@research-relay.example",
+                "Did not have authority to send from email [address]",
+            ),
+            (
+                "Email address is not verified. The following identities failed the check in region US-EAST-1: Zoë <zoe@example.org>, bob@example.com.",
+                "Email address is not verified. The following identities failed the check in region US-EAST-1: Zoë <[address]>, [address]",
+            ),
+            (
+                "Maximum sending rate exceeded.",
+                "Maximum sending rate exceeded.",
+            ),
+        ];
+
+        for (message, expected) in cases {
+            assert_eq!(redact_addresses(message), expected);
+        }
     }
 }
