@@ -1,4 +1,5 @@
-//! The `submit-api` Lambda: the jobs API behind the JWT authorizer.
+//! The `webhook-receiver` Lambda: the provider's signed deliveries, behind no authorizer (the
+//! signature is the authentication).
 
 use lambda_http::{Error, Request, service_fn};
 
