@@ -31,6 +31,10 @@ pub struct SimulatorConfig {
     /// Refuse webhook URLs that do not point to this machine. On by default so that a
     /// misconfigured test can never make the simulator call out to the network.
     pub loopback_webhooks_only: bool,
+    /// Wall-clock time every `GET /async/chat/completions/{id}` takes before it answers, to play
+    /// a provider under load; zero answers at once. Benchmarks use it to show what concurrent
+    /// polling buys. It is real time, not simulator time: a clock move does not shorten it.
+    pub get_delay: Duration,
 }
 
 impl Default for SimulatorConfig {
@@ -46,6 +50,7 @@ impl Default for SimulatorConfig {
             webhook_timeout: Duration::from_secs(10),
             default_sources: 8,
             loopback_webhooks_only: true,
+            get_delay: Duration::ZERO,
         }
     }
 }

@@ -41,6 +41,22 @@ pub enum Outcome {
     Fail,
 }
 
+/// What a `COMPLETED` job carries as its `response`.
+///
+/// The provider has been seen to report completion before the result is readable; a client must
+/// not take such an answer for a finished report. These modes let tests produce it on demand.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseMode {
+    /// The generated report: the normal case.
+    #[default]
+    Full,
+    /// `"response": null`, in polls and in the webhook.
+    Missing,
+    /// A completion object whose first choice has empty `content`.
+    Empty,
+}
+
 /// A rule applied to new jobs whose last user message contains `match`.
 ///
 /// Every field is optional: what a rule leaves out keeps the simulator's default. Rules are
@@ -69,6 +85,9 @@ pub struct JobRule {
     /// The `error_message` of a failing job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_message: Option<String>,
+    /// What a completed job's `response` holds; needs a completing outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<ResponseMode>,
     /// Pads the report with further paragraphs to about this many bytes of content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_bytes: Option<usize>,
@@ -94,6 +113,13 @@ impl JobRule {
         if self.fail_message.is_some() && self.outcome != Some(Outcome::Fail) {
             return Err(InvalidControl::new(
                 "fail_message needs \"outcome\": \"fail\"",
+            ));
+        }
+        if self.response.is_some_and(|mode| mode != ResponseMode::Full)
+            && self.outcome == Some(Outcome::Fail)
+        {
+            return Err(InvalidControl::new(
+                "response shapes a completed job; it cannot go with \"outcome\": \"fail\"",
             ));
         }
         for (name, value) in [
@@ -231,6 +257,23 @@ mod tests {
         assert_eq!(rule.webhook, Some(WebhookMode::Duplicate));
         assert_eq!(rule.outcome, Some(Outcome::Fail));
         assert!(rule.validate().is_ok());
+    }
+
+    #[test]
+    fn a_response_mode_parses_and_refuses_a_failing_outcome() {
+        let rule: JobRule = serde_json::from_str(r#"{"response":"missing"}"#)
+            .expect("documented response rule should parse");
+        let failing = JobRule {
+            outcome: Some(Outcome::Fail),
+            response: Some(ResponseMode::Empty),
+            ..JobRule::default()
+        };
+        let unknown = serde_json::from_str::<JobRule>(r#"{"response":"partial"}"#);
+
+        assert_eq!(rule.response, Some(ResponseMode::Missing));
+        assert!(rule.validate().is_ok());
+        assert!(failing.validate().is_err());
+        assert!(unknown.is_err());
     }
 
     #[test]

@@ -61,11 +61,16 @@
 //! | `POST /_sim/reset` | | forgets jobs, rules, faults, stats, the log; clock back to wall time |
 //!
 //! **Rules** (`{"match", "times", "webhook", "webhook_delay_ms", "outcome", "fail_message",
-//! "report_bytes", "sources", "start_after_ms", "complete_after_ms"}`, all optional) are
-//! checked in order when a job is created; the first whose `match` is a substring of the last
-//! user message and that has `times` left shapes the job. `webhook` is `deliver`, `drop` (never
-//! sent: only polling finds the result) or `duplicate` (two copies at once, each retried on its
-//! own). Different `webhook_delay_ms` on different jobs deliver them out of order.
+//! "response", "report_bytes", "sources", "start_after_ms", "complete_after_ms"}`, all optional)
+//! are checked in order when a job is created; the first whose `match` is a substring of the
+//! last user message and that has `times` left shapes the job. `webhook` is `deliver`, `drop`
+//! (never sent: only polling finds the result) or `duplicate` (two copies at once, each retried
+//! on its own). Different `webhook_delay_ms` on different jobs deliver them out of order.
+//! `response` is `full` (default), `missing` (`COMPLETED` with `"response": null`) or `empty`
+//! (`COMPLETED` with empty content), in polls and webhooks alike.
+//!
+//! **Latency**: [`SimulatorConfig::get_delay`] (`--get-delay-ms`) holds every job `GET` for that
+//! long in real time before it answers, as a loaded provider would.
 //!
 //! **HTTP faults** (`{"endpoint": "create"|"get"|"list"|"delete"|"any", "status": 400..=599,
 //! "times"?: n (default 1), "retry_after_secs"?: n}`) answer the next `times` matching calls
@@ -119,7 +124,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use crate::config::SimulatorConfig;
-pub use crate::faults::{FaultEndpoint, HttpFault, InvalidControl, JobRule, Outcome, WebhookMode};
+pub use crate::faults::{
+    FaultEndpoint, HttpFault, InvalidControl, JobRule, Outcome, ResponseMode, WebhookMode,
+};
 pub use crate::job::CANCELLED_MESSAGE;
 pub use crate::state::{DeliveryKind, DeliveryRecord, RequestCounts, SimJob, Stats};
 pub use crate::webhook::{SIGNATURE_HEADER, signature};

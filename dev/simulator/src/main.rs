@@ -3,6 +3,7 @@
 //! ```text
 //! perplexity-simulator [--port N] [--start-after-ms N] [--complete-after-ms N]
 //!                      [--retry-base-ms N] [--max-attempts N] [--sources N]
+//!                      [--get-delay-ms N]
 //! ```
 //! The port comes from `--port`, else `SIMULATOR_PORT`, else 4010; 0 picks a free one. Logs go
 //! to stderr (`RUST_LOG` filters them); stdout gets the one line
@@ -20,13 +21,14 @@ use tracing_subscriber::EnvFilter;
 const DEFAULT_PORT: u16 = 4010;
 
 const USAGE: &str = "usage: perplexity-simulator [--port N] [--start-after-ms N] \
-[--complete-after-ms N] [--retry-base-ms N] [--max-attempts N] [--sources N]
+[--complete-after-ms N] [--retry-base-ms N] [--max-attempts N] [--sources N] [--get-delay-ms N]
   --port N               port on 127.0.0.1 (default: $SIMULATOR_PORT or 4010; 0 = any free port)
   --start-after-ms N     time from creation to IN_PROGRESS (default 300)
   --complete-after-ms N  time from creation to COMPLETED (default 1500)
   --retry-base-ms N      first webhook retry delay, doubling after each failure (default 200)
   --max-attempts N       webhook attempts before giving up (default 8)
-  --sources N            sources per report (default 8)";
+  --sources N            sources per report (default 8)
+  --get-delay-ms N       wall-clock latency of every job GET (default 0)";
 
 struct Args {
     port: u16,
@@ -60,6 +62,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
             }
             "--max-attempts" => config.webhook_max_attempts = number(&flag, args.next())?,
             "--sources" => config.default_sources = number(&flag, args.next())?,
+            "--get-delay-ms" => {
+                config.get_delay = Duration::from_millis(number(&flag, args.next())?);
+            }
             "-h" | "--help" => return Ok(None),
             other => return Err(format!("unknown argument '{other}'")),
         }

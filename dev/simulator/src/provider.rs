@@ -1,8 +1,9 @@
 //! The provider API: the four async chat-completion endpoints the product calls.
 //!
-//! Every call is counted first, then authenticated (any non-empty bearer token is a valid API
-//! key; listing and idempotency keys are scoped to it), then checked against armed HTTP faults,
-//! and only then validated and executed, so a faulted call changes nothing. Fetching or
+//! Every call is counted first, then (a job GET only) held for the configured latency, then
+//! authenticated (any non-empty bearer token is a valid API key; listing and idempotency keys are
+//! scoped to it), then checked against armed HTTP faults, and only then validated and executed,
+//! so a faulted call changes nothing. Fetching or
 //! cancelling a job by id works with any key: ids are unguessable and the product uses a
 //! single key, so checking ownership there would only make tests harder to set up.
 
@@ -60,6 +61,10 @@ async fn fetch(
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
     sim.count_call(FaultEndpoint::Get);
+    let delay = sim.config().get_delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     bearer(&headers)?;
     sim.take_fault(FaultEndpoint::Get)?;
     sim.get_job(&id).map(Json)

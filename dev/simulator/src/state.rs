@@ -16,7 +16,9 @@ use serde_json::Value;
 use crate::clock::{SimClock, duration_ms, to_secs};
 use crate::config::SimulatorConfig;
 use crate::error::ApiError;
-use crate::faults::{FaultEndpoint, HttpFault, InvalidControl, JobRule, Outcome, WebhookMode};
+use crate::faults::{
+    FaultEndpoint, HttpFault, InvalidControl, JobRule, Outcome, ResponseMode, WebhookMode,
+};
 use crate::job::{
     DEFAULT_FAIL_MESSAGE, Job, JobPlan, JobSummary, JobView, WebhookTarget, new_uuid,
 };
@@ -330,16 +332,24 @@ impl Simulator {
         let outcome = rule.outcome.unwrap_or_default();
         let id = new_uuid();
         let finish_ms = now.saturating_add(complete_after);
-        let response = (outcome == Outcome::Complete).then(|| {
-            Arc::new(report::completion(&ReportSpec {
-                model: &new.model,
-                question: &new.question,
-                sources: rule.sources.unwrap_or(config.default_sources),
-                report_bytes: rule.report_bytes,
-                created_secs: to_secs(finish_ms),
-                seed: seed_of(&id),
-            }))
-        });
+        let response_mode = rule.response.unwrap_or_default();
+        let response = (outcome == Outcome::Complete && response_mode != ResponseMode::Missing)
+            .then(|| {
+                let mut completion = report::completion(&ReportSpec {
+                    model: &new.model,
+                    question: &new.question,
+                    sources: rule.sources.unwrap_or(config.default_sources),
+                    report_bytes: rule.report_bytes,
+                    created_secs: to_secs(finish_ms),
+                    seed: seed_of(&id),
+                });
+                if response_mode == ResponseMode::Empty
+                    && let Some(content) = completion.pointer_mut("/choices/0/message/content")
+                {
+                    *content = Value::String(String::new());
+                }
+                Arc::new(completion)
+            });
         let seq = state.next_seq;
         state.next_seq += 1;
         let job = Job {

@@ -6,9 +6,10 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    API_KEY, FINISH, client, control, control_get, create_body, create_job, frozen_config, get_job,
-    json_of, start_simulator,
+    API_KEY, FINISH, client, control, control_get, create_body, create_job, eventually,
+    frozen_config, get_job, json_of, start_simulator,
 };
+use perplexity_simulator::SimulatorConfig;
 use serde_json::{Value, json};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -304,6 +305,76 @@ async fn a_fail_rule_finishes_the_job_as_failed_with_its_message() {
     assert!(failing["failed_at"].is_i64());
     assert!(failing["response"].is_null());
     assert_eq!(normal["status"], "COMPLETED");
+}
+
+#[tokio::test]
+async fn a_response_rule_completes_a_job_without_a_usable_result() {
+    let sim = start_simulator(frozen_config()).await;
+    control(
+        &sim,
+        "/_sim/rules",
+        json!({ "match": "missing", "response": "missing" }),
+    )
+    .await;
+    control(
+        &sim,
+        "/_sim/rules",
+        json!({ "match": "empty", "response": "empty" }),
+    )
+    .await;
+    let missing = create_job(&sim, &create_body("missing result", None, None)).await;
+    let empty = create_job(&sim, &create_body("empty result", None, None)).await;
+    let normal = create_job(&sim, &create_body("normal result", None, None)).await;
+    sim.advance_clock(FINISH);
+
+    let (_, missing) = get_job(&sim, missing["id"].as_str().expect("id")).await;
+    let (_, empty) = get_job(&sim, empty["id"].as_str().expect("id")).await;
+    let (_, normal) = get_job(&sim, normal["id"].as_str().expect("id")).await;
+
+    assert_eq!(missing["status"], "COMPLETED");
+    assert!(missing["completed_at"].is_i64());
+    assert!(missing["response"].is_null(), "{missing}");
+    assert_eq!(empty["status"], "COMPLETED");
+    assert_eq!(empty["response"]["choices"][0]["message"]["content"], "");
+    assert!(empty["response"]["usage"].is_object());
+    let content = normal["response"]["choices"][0]["message"]["content"]
+        .as_str()
+        .expect("a normal job keeps its report");
+    assert!(content.len() > 100);
+}
+
+#[tokio::test]
+async fn a_get_delay_holds_job_reads_and_nothing_else() {
+    let sim = start_simulator(SimulatorConfig {
+        get_delay: Duration::from_secs(3600),
+        ..frozen_config()
+    })
+    .await;
+    let job = create_job(&sim, &create_body("q", None, None)).await;
+    let id = job["id"].as_str().expect("id").to_owned();
+
+    let held = tokio::spawn({
+        let url = sim.url(&format!("/async/chat/completions/{id}"));
+        async move { client().get(url).bearer_auth(API_KEY).send().await }
+    });
+    let arrived = eventually("the GET to reach the simulator", || async {
+        (sim.stats().requests.get == 1).then_some(())
+    })
+    .await;
+    let listed = client()
+        .get(sim.url("/async/chat/completions"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .expect("list");
+
+    assert_eq!(arrived, ());
+    assert_eq!(listed.status().as_u16(), 200);
+    assert!(
+        !held.is_finished(),
+        "the GET answered before its hour-long delay"
+    );
+    held.abort();
 }
 
 #[tokio::test]

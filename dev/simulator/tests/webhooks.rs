@@ -229,6 +229,34 @@ async fn a_drop_rule_sends_nothing_but_the_result_can_be_polled() {
 }
 
 #[tokio::test]
+async fn a_missing_response_rule_posts_completed_without_a_response() {
+    let sim = start_simulator(frozen_config()).await;
+    let receiver = Receiver::start().await;
+    control(
+        &sim,
+        "/_sim/rules",
+        json!({ "response": "missing", "times": 1 }),
+    )
+    .await;
+    create_job(
+        &sim,
+        &create_body("q", Some("01JOB-NR"), Some(&receiver.url_for("01JOB-NR"))),
+    )
+    .await;
+
+    sim.advance_clock(FINISH);
+    let received = receiver.wait_for(1).await;
+
+    let payload = received[0].json();
+    assert_eq!(payload["status"], "COMPLETED");
+    assert!(payload.get("response").is_none(), "{payload}");
+    assert_eq!(
+        received[0].signature.as_deref(),
+        Some(hmac_hex(SECRET, &received[0].body).as_str())
+    );
+}
+
+#[tokio::test]
 async fn a_duplicate_rule_sends_two_identical_copies_at_once() {
     let sim = start_simulator(frozen_config()).await;
     let receiver = Receiver::start().await;
