@@ -443,7 +443,9 @@ const STYLE_CODE: &str = "padding:1px 4px;background:#eff1f3;border-radius:4px;\
 font-family:ui-monospace,Menlo,Consolas,monospace;\
 font-size:0.9em;";
 const STYLE_RAW_HTML: &str = "margin:0 0 14px;white-space:pre-wrap;";
-const STYLE_TABLE: &str = "border-collapse:collapse;margin:0 0 16px;font-size:14px;";
+/// A wide table scrolls inside its own box instead of widening the whole message on a phone.
+const STYLE_TABLE_BOX: &str = "margin:0 0 16px;overflow-x:auto;";
+const STYLE_TABLE: &str = "border-collapse:collapse;font-size:14px;";
 const STYLE_TH: &str = "border:1px solid #d0d7de;padding:6px 10px;background:#f6f8fa;\
 font-weight:600;vertical-align:bottom;";
 const STYLE_TD: &str = "border:1px solid #d0d7de;padding:6px 10px;vertical-align:top;";
@@ -630,6 +632,7 @@ impl<'s> HtmlWriter<'s> {
             Tag::Table(alignments) => {
                 self.alignments.clear();
                 self.alignments.extend_from_slice(alignments);
+                self.open("div", STYLE_TABLE_BOX);
                 self.open("table", STYLE_TABLE);
                 self.out.push('\n');
             }
@@ -681,7 +684,7 @@ impl<'s> HtmlWriter<'s> {
                 self.close(if *ordered { "ol" } else { "ul" }, true);
             }
             TagEnd::Item => self.close("li", true),
-            TagEnd::Table => self.out.push_str("</tbody></table>\n"),
+            TagEnd::Table => self.out.push_str("</tbody></table></div>\n"),
             TagEnd::TableHead => {
                 self.in_table_head = false;
                 self.out.push_str("</tr></thead>\n<tbody>");
