@@ -60,11 +60,15 @@ impl FinishOutcome {
     }
 }
 
-/// A result we can mail: the provider's completion with a non-empty content.
+/// A result we can mail: the provider's completion with a non-empty content. Blank content is
+/// what a provider shows when it reports completion before the result is readable, so it is
+/// fetched again rather than stored as the report.
 fn usable_result(update: &ProviderJob) -> Option<(CompletionResponse, Vec<u8>)> {
     let value = update.response.as_ref()?;
     let completion: CompletionResponse = serde_json::from_value(value.clone()).ok()?;
-    completion.content()?;
+    completion
+        .content()
+        .filter(|content| !content.trim().is_empty())?;
     let bytes = serde_json::to_vec(value).ok()?;
     Some((completion, bytes))
 }
