@@ -15,9 +15,28 @@ pub fn emit(function: &str, counts: &[(&str, f64)], timestamp_ms: i64) {
 
 /// The line [`emit`] prints; separate so tests can read it.
 pub fn render(function: &str, counts: &[(&str, f64)], timestamp_ms: i64) -> String {
-    let definitions: Vec<Value> = counts
+    let metrics: Vec<(&str, f64, &str)> = counts
         .iter()
-        .map(|(name, _)| json!({"Name": name, "Unit": "Count"}))
+        .map(|(name, value)| (*name, *value, "Count"))
+        .collect();
+    render_with_units(function, &metrics, timestamp_ms)
+}
+
+/// Prints one embedded-metric line whose metrics name their CloudWatch unit (`Count`,
+/// `Milliseconds`, ...), for runs that report durations beside counts.
+pub fn emit_with_units(function: &str, metrics: &[(&str, f64, &str)], timestamp_ms: i64) {
+    println!("{}", render_with_units(function, metrics, timestamp_ms));
+}
+
+/// The line [`emit_with_units`] prints.
+pub fn render_with_units(
+    function: &str,
+    metrics: &[(&str, f64, &str)],
+    timestamp_ms: i64,
+) -> String {
+    let definitions: Vec<Value> = metrics
+        .iter()
+        .map(|(name, _, unit)| json!({"Name": name, "Unit": unit}))
         .collect();
     let mut line = Map::new();
     line.insert(
@@ -32,7 +51,7 @@ pub fn render(function: &str, counts: &[(&str, f64)], timestamp_ms: i64) -> Stri
         }),
     );
     line.insert("Function".into(), json!(function));
-    for (name, value) in counts {
+    for (name, value, _) in metrics {
         line.insert((*name).to_owned(), json!(value));
     }
     Value::Object(line).to_string()
