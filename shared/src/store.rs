@@ -414,6 +414,13 @@ impl JobStore {
         &self.client
     }
 
+    /// The same store over another client, for a client with its own interceptors (request
+    /// accounting in tests and benchmarks) or settings; table and options are kept.
+    pub fn with_client(mut self, client: Client) -> Self {
+        self.client = client;
+        self
+    }
+
     /// The table name.
     pub fn table(&self) -> &str {
         &self.table

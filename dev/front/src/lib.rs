@@ -6,6 +6,7 @@
 //! `webhook_receiver::handle` functions the Lambdas run; a timer invokes `reconciler::handle`
 //! with a scheduled event, as EventBridge would.
 
+pub mod counting;
 pub mod gateway;
 pub mod jwt;
 pub mod mailbox;

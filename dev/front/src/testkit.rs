@@ -62,6 +62,9 @@ pub struct StackOptions {
     pub schedule_every: Option<Duration>,
     /// Signing keys in the secret, current first.
     pub signing_keys: Vec<String>,
+    /// Interceptors on the product's DynamoDB client, e.g. a
+    /// [`crate::counting::DynamoCounter`] that holds the product to a request budget.
+    pub dynamodb_interceptors: Vec<aws_sdk_dynamodb::config::SharedInterceptor>,
 }
 
 impl Default for StackOptions {
@@ -77,6 +80,7 @@ impl Default for StackOptions {
             },
             schedule_every: None,
             signing_keys: vec!["test-signing-key-current".into()],
+            dynamodb_interceptors: Vec::new(),
         }
     }
 }
@@ -157,7 +161,16 @@ impl<M: Mailer + 'static> TestStack<M> {
         let app = research_relay::app::LiveApp::from_sdk_config(config, &sdk, Clock::system())
             .await
             .expect("app builds");
-        let app: App<PerplexityClient, M> = app.with_mailer(wrap(aws_sdk_sesv2::Client::new(&sdk)));
+        let mut app: App<PerplexityClient, M> =
+            app.with_mailer(wrap(aws_sdk_sesv2::Client::new(&sdk)));
+        if !options.dynamodb_interceptors.is_empty() {
+            let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(&sdk);
+            for interceptor in &options.dynamodb_interceptors {
+                dynamodb.push_interceptor(interceptor.clone());
+            }
+            let client = aws_sdk_dynamodb::Client::from_conf(dynamodb.build());
+            app.store = app.store.clone().with_client(client);
+        }
 
         let front_state = Arc::new(Front {
             app,
