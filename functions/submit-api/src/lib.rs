@@ -329,6 +329,8 @@ async fn create<P: ResearchProvider, M: Mailer>(
             job_id: job.id,
             detail: format!("The research provider refused the request: {message}"),
         }),
+        // The accepting write returns the job as stored: no need to read it again.
+        Ok(SubmitOutcome::Accepted(current)) => Ok(accepted(app, &current, false)),
         Ok(_) => {
             let current = app
                 .store
