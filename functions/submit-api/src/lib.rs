@@ -112,13 +112,15 @@ impl ApiError {
                 "Method not allowed",
                 format!("This route accepts {allowed}."),
             ),
-            Self::Invalid(RequestError::Empty) => Problem::new(
+            // Errors about the body as a whole name the empty JSON pointer, so every 400 about
+            // the body carries `errors` and a client needs one code path to show them.
+            Self::Invalid(RequestError::Empty) => whole_body(Problem::new(
                 400,
                 "empty-body",
                 "Request body required",
                 "Send a JSON object such as {\"query\": \"...\"}.",
-            ),
-            Self::Invalid(RequestError::TooLarge(size)) => Problem::new(
+            )),
+            Self::Invalid(RequestError::TooLarge(size)) => whole_body(Problem::new(
                 413,
                 "body-too-large",
                 "Request body too large",
@@ -126,10 +128,13 @@ impl ApiError {
                     "The body has {size} bytes; at most {} are accepted.",
                     research_relay::request::MAX_BODY_BYTES
                 ),
-            ),
-            Self::Invalid(RequestError::Malformed(detail)) => {
-                Problem::new(400, "malformed-body", "Malformed request body", detail)
-            }
+            )),
+            Self::Invalid(RequestError::Malformed(detail)) => whole_body(Problem::new(
+                400,
+                "malformed-body",
+                "Malformed request body",
+                detail,
+            )),
             Self::Invalid(RequestError::Invalid(errors)) => Problem {
                 errors,
                 ..Problem::new(
@@ -202,6 +207,14 @@ impl ApiError {
     }
 }
 
+/// A problem about the body as a whole: its detail, repeated as an error of the empty pointer.
+fn whole_body(problem: Problem) -> Problem {
+    Problem {
+        errors: vec![FieldError::new("", problem.detail.clone())],
+        ..problem
+    }
+}
+
 /// Answers one request.
 pub async fn handle<P: ResearchProvider, M: Mailer>(
     app: &App<P, M>,
@@ -219,9 +232,10 @@ pub async fn handle<P: ResearchProvider, M: Mailer>(
             };
             let mut response = error.into_problem().into_response();
             if let Some(allowed) = allow {
-                response
-                    .headers_mut()
-                    .insert("allow", lambda_http::http::HeaderValue::from_static(allowed));
+                response.headers_mut().insert(
+                    "allow",
+                    lambda_http::http::HeaderValue::from_static(allowed),
+                );
             }
             response
         }
@@ -299,9 +313,10 @@ async fn create<P: ResearchProvider, M: Mailer>(
             if refused_at_submission(&existing) {
                 let mut response = ApiError::ProviderRejected {
                     job_id: existing.id.clone(),
-                    detail: existing.failure_reason.clone().unwrap_or_else(|| {
-                        "The research provider refused the request.".to_owned()
-                    }),
+                    detail: existing
+                        .failure_reason
+                        .clone()
+                        .unwrap_or_else(|| "The research provider refused the request.".to_owned()),
                 }
                 .into_problem()
                 .into_response();
