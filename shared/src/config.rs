@@ -69,7 +69,8 @@ pub struct Config {
     /// `MAX_UNUSABLE_RESULTS`: COMPLETED answers without a usable result tolerated before the
     /// job is failed.
     pub max_unusable_results: u32,
-    /// `DUE_INDEX_SHARDS`: partitions of the attention index (see [`crate::store`]).
+    /// `DUE_INDEX_SHARDS`: partitions of the attention index (see [`crate::store`]); may be
+    /// raised at any time, never lowered.
     pub due_index_shards: u32,
     /// `JOB_TTL_DAYS`: finished jobs are deleted by DynamoDB TTL this long after creation.
     pub job_ttl: Duration,

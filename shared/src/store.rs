@@ -13,8 +13,21 @@
 //! - `due-index` (`due_shard`, `due_at`): sparse. A job carries these two attributes only while it
 //!   needs attention (not finished, or finished and not yet mailed); the reconciler queries it
 //!   oldest-due first and never scans. A table of a million finished jobs costs a run nothing.
-//!   The key is spread over `DUE_INDEX_SHARDS` partitions (default 4) by a hash of the job id, so
-//!   a burst of new jobs does not all land on one hot index partition; a run reads every shard.
+//!   The key is spread over `DUE_INDEX_SHARDS` partition-key values (default 4) by a hash of the
+//!   job id; a run reads every shard and merges them by `due_at`, so sharding does not change
+//!   which jobs a run takes first.
+//!
+//!   Why shard at all: every write that puts a job in the index, takes it out or moves its
+//!   `due_at` is also an index write, and with a single partition-key value all of them go to one
+//!   index partition (about 1,000 writes a second). Since `due_at` only grows, DynamoDB cannot
+//!   relieve that partition by splitting its key range either. Job creation is not slowed by the
+//!   provider's pace (jobs queue), so a burst of creations would throttle the index and, through
+//!   it, the table's own writes. Four shards give four times the headroom for the price of three
+//!   more empty queries per reconciler run, a fraction of a read unit each.
+//!
+//!   Raising the count is safe at any time: a job moves to its new shard on its next write and
+//!   the old shards are still read. Lowering it is not supported: jobs left in the shards that are
+//!   no longer read would never be looked at again.
 //! - `owner-index` (`owner`, `id`): an owner's jobs newest first (ids are ULIDs, so they sort by
 //!   creation time). It projects only the fields of the listing, not results.
 //!
