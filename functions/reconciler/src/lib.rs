@@ -51,7 +51,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use futures::StreamExt;
-use futures::future::join_all;
+use futures::future::{Either, join_all, select};
 use futures::stream::FuturesUnordered;
 use lambda_runtime::LambdaEvent;
 use rand::Rng;
@@ -253,8 +253,20 @@ impl<'a, P: ResearchProvider, M: Mailer> Run<'a, P, M> {
                 stopped = !due.is_exhausted();
                 break;
             }
-            let next = match tokio::time::timeout_at(stop_at_tokio, due.next(&self.counters)).await
-            {
+            // Jobs in flight keep moving while the next page is read: `select` hands back the
+            // unfinished read instead of dropping it, so no page is lost or read twice.
+            let read_while_working = async {
+                let mut read = std::pin::pin!(due.next(&self.counters));
+                loop {
+                    if in_flight.is_empty() {
+                        break read.await;
+                    }
+                    if let Either::Left((job, _)) = select(read.as_mut(), in_flight.next()).await {
+                        break job;
+                    }
+                }
+            };
+            let next = match tokio::time::timeout_at(stop_at_tokio, read_while_working).await {
                 Ok(Some(job)) => job,
                 Ok(None) => break,
                 Err(_) => {
