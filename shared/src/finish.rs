@@ -85,6 +85,20 @@ pub async fn apply_provider_job<P: ResearchProvider, M: Mailer>(
     {
         return Ok(FinishOutcome::ProviderMismatch);
     }
+    // A finished job never changes again, so a late or repeated update needs no write that
+    // could only fail: the (strongly consistent) read already answers it.
+    if job.status.is_final() {
+        let event = match update.status {
+            ProviderStatus::Completed => JobEvent::Completed,
+            ProviderStatus::Failed => JobEvent::Failed,
+            ProviderStatus::InProgress => JobEvent::Started,
+            ProviderStatus::Created | ProviderStatus::Unknown => JobEvent::Submitted,
+        };
+        return Ok(match transition(job.status, event) {
+            Transition::AlreadyDone => FinishOutcome::Duplicate(job.status),
+            Transition::Refused(_) | Transition::Apply(_) => FinishOutcome::Ignored(job.status),
+        });
+    }
 
     let now = app.clock.now_ms();
     let shard = app.store.due_shard(&job.id);
