@@ -27,7 +27,7 @@ use lambda_http::{Body, Request, Response};
 use research_relay::app::App;
 use research_relay::finish::{FinishOutcome, apply_provider_job, deliver_mail};
 use research_relay::http::{Problem, body_bytes, json_response, route_path};
-use research_relay::job::is_job_id;
+use research_relay::job::{MailState, is_job_id};
 use research_relay::mailer::Mailer;
 use research_relay::provider::{ProviderJob, ResearchProvider};
 use research_relay::signature::{SIGNATURE_HEADER, SignatureError, verify_delivery};
@@ -237,8 +237,13 @@ async fn receive<P: ResearchProvider, M: Mailer>(
         FinishOutcome::UnknownJob => return Err(WebhookError::UnknownJob),
     };
 
-    // The result is durable; the e-mail is best effort here and retried by the reconciler.
-    if stored {
+    // The result is durable; the e-mail is best effort here and retried by the reconciler. An
+    // e-mail already sent or refused stays so, and then a claim could only fail.
+    let mail_settled = matches!(
+        job.mail_state,
+        MailState::Sent | MailState::Rejected | MailState::NotNeeded
+    );
+    if stored && !mail_settled {
         match deliver_mail(app, &job_id).await {
             Ok(mail) => tracing::debug!(mail = ?mail, "e-mail step done"),
             Err(error) => {
