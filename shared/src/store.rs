@@ -1272,8 +1272,14 @@ pub fn prepare_result(result_json: &[u8]) -> Result<PreparedResult, StoreError> 
     Ok(PreparedResult::Parts(parts))
 }
 
+/// The gzip level results are written with. On report text, level 2 is about four times as fast
+/// as the default level 6 and its output about 9 % larger (3.4x instead of 3.7x on 450 KB): the
+/// receiver answers sooner, and a result still stays inline up to about 1 MB of report.
+const COMPRESSION_LEVEL: u32 = 2;
+
 fn compress(bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut encoder =
+        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(COMPRESSION_LEVEL));
     encoder
         .write_all(bytes)
         .and_then(|()| encoder.finish())
