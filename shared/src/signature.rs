@@ -88,21 +88,18 @@ pub fn verify_with_secrets<'a>(
 ) -> Result<(), SignatureError> {
     let claimed = parse_signature_header(header.ok_or(SignatureError::Missing)?)?;
 
-    let mut matched = false;
     for secret in secrets {
         let mut mac = <HmacSha256 as KeyInit>::new_from_slice(secret.as_bytes())
             .expect("HMAC accepts keys of any length");
         mac.update(body);
-        // `verify_slice` compares in constant time; keep looping so timing does not reveal
-        // which key matched.
-        matched |= mac.verify_slice(&claimed).is_ok();
+        // `verify_slice` compares in constant time, so a forgery learns nothing from how long
+        // a refusal takes: every refusal tries every key. Stopping at the first match only tells
+        // the holder of a valid signature which key made it, and saves a pass over large bodies.
+        if mac.verify_slice(&claimed).is_ok() {
+            return Ok(());
+        }
     }
-
-    if matched {
-        Ok(())
-    } else {
-        Err(SignatureError::Mismatch)
-    }
+    Err(SignatureError::Mismatch)
 }
 
 /// Checks a delivery for `job_id` against the secrets derived from every active signing key.
