@@ -13,7 +13,10 @@ use std::sync::Mutex;
 
 use serde_json::{Value, json};
 
-use support::{completed, held_job, held_stack, mails, signature, webhook_event};
+use support::{
+    Writes, completed, dynamodb_proxy, held_job, held_stack, mails, signature, store_at,
+    webhook_event,
+};
 
 /// Everything the process logs, through the functions' own filter (which holds the AWS SDK's
 /// HTTP layers at `info`), for tests that check what is (not) logged.
@@ -94,11 +97,14 @@ async fn c14_the_loser_of_a_race_answers_200_and_logs_at_info() {
             json!({"x-perplexity-signature": value}),
         )
     };
+    // The emulator is made to apply each write atomically, as DynamoDB does (see the proxy).
+    let mut app = stack.app().clone();
+    app.store = store_at(&stack, &dynamodb_proxy(&stack.moto, Writes::Pass).await).await;
     let logs = CapturedLogs::start().await;
 
     let (first, second) = tokio::join!(
-        webhook_receiver::handle(stack.app(), copy()),
-        webhook_receiver::handle(stack.app(), copy())
+        webhook_receiver::handle(&app, copy()),
+        webhook_receiver::handle(&app, copy())
     );
 
     assert_eq!(

@@ -1,6 +1,6 @@
-//! The field reports, each as a test with the value it expects (see `cases/field-reports.md`:
-//! C2, C3, C8, C10, C11, C12, C14, C15, C16, C19, C20, C21), plus the answers the receiver owes
-//! for unusable results, SES faults and cancelled jobs.
+//! The webhook field reports, each as a test with the value it expects (C2, C3, C8, C10, C11,
+//! C12, C14, C15, C16, C19, C20, C21), plus the answers the receiver owes for unusable results,
+//! SES faults and cancelled jobs.
 
 use std::time::Duration;
 
