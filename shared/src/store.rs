@@ -91,12 +91,9 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    fn from_sdk<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static, R>(
-        error: SdkError<E, R>,
-    ) -> Self
-    where
-        R: std::fmt::Debug,
-    {
+    fn from_sdk<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
+        error: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+    ) -> Self {
         let transient_codes = [
             "ThrottlingException",
             "ProvisionedThroughputExceededException",
@@ -116,7 +113,8 @@ impl StoreError {
             SdkError::ServiceError(service) => {
                 let code = service.err().code().unwrap_or("Unknown");
                 let message = format!("{code}: {}", service.err().message().unwrap_or(""));
-                if transient_codes.contains(&code) {
+                // A 5xx is the service's own fault whatever its code says: retry it.
+                if transient_codes.contains(&code) || service.raw().status().is_server_error() {
                     Self::Transient(message)
                 } else {
                     Self::Permanent(message)
@@ -1099,8 +1097,11 @@ fn referenced_names(expression: &str) -> Vec<String> {
     names
 }
 
-fn conflict_outcome<R: std::fmt::Debug>(
-    error: SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError, R>,
+fn conflict_outcome(
+    error: SdkError<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemError,
+        aws_sdk_dynamodb::config::http::HttpResponse,
+    >,
 ) -> Result<ChangeOutcome, StoreError> {
     match error {
         SdkError::ServiceError(service) if service.err().is_conditional_check_failed_exception() => {

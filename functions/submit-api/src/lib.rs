@@ -44,6 +44,8 @@ use serde_json::json;
 pub const MAX_PAGE: i32 = 100;
 /// Page size when `limit` is not given.
 pub const DEFAULT_PAGE: i32 = 20;
+/// How long a new job waits before the reconciler may submit it in this request's place.
+pub const SUBMIT_GRACE_MS: i64 = 30_000;
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 
@@ -281,7 +283,7 @@ async fn create<P: ResearchProvider, M: Mailer>(
         validate(body_bytes(request), &caller.email, &app.config).map_err(ApiError::Invalid)?;
 
     let now = app.clock.now_ms();
-    let job = JobRecord::new_queued(
+    let mut job = JobRecord::new_queued(
         new_job_id(),
         caller.owner.clone(),
         validated.recipient.clone(),
@@ -291,6 +293,10 @@ async fn create<P: ResearchProvider, M: Mailer>(
         now,
         idempotency_key.clone(),
     );
+    // This request submits the job itself right after storing it. The reconciler only steps in
+    // if it could not (a crash between the two steps), so the job becomes due after a grace
+    // period instead of at once; otherwise both would race to submit and waste a paced slot.
+    job.due_at = Some(now + SUBMIT_GRACE_MS);
     let guards = CreateGuards {
         idempotency: idempotency_key.map(|key| IdempotencyGuard {
             key,
