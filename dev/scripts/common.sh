@@ -59,9 +59,11 @@ stop_started() {
   STARTED_PIDS=()
 }
 
+# moto, serving one request at a time so conditional writes are atomic as in DynamoDB
+# (see serial_moto.py).
 start_moto() {
   local port="$1"
-  start_process moto "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port"
+  start_process moto "$VENV/bin/python" "$ROOT/dev/scripts/serial_moto.py" "$port"
   wait_for_http "http://127.0.0.1:$port/moto-api/data.json" moto
 }
 
