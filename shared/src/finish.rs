@@ -136,6 +136,17 @@ pub async fn apply_provider_job<P: ResearchProvider, M: Mailer>(
             (JobEvent::Started, outcome)
         }
         ProviderStatus::Completed => match usable_result(update) {
+            Some((_, bytes)) if bytes.len() > MAX_STORABLE_RESULT_BYTES => {
+                // Retrying cannot make it fit; fail the job with a reason instead of answering
+                // 5xx for ever.
+                let reason = format!(
+                    "The research provider returned a result of {} bytes, more than the {} bytes this service stores.",
+                    bytes.len(),
+                    MAX_STORABLE_RESULT_BYTES
+                );
+                tracing::warn!(job_id = %job.id, bytes = bytes.len(), "result too large to store; job failed");
+                fail(app, job, provider_id_matches, &reason, now).await?
+            }
             Some((completion, bytes)) => {
                 let mut fields = provider_id_matches
                     .text("mail_state", MailState::Pending.as_str())
@@ -168,16 +179,7 @@ pub async fn apply_provider_job<P: ResearchProvider, M: Mailer>(
                 .unwrap_or_else(|| {
                     "The research provider reported a failure without a reason.".to_owned()
                 });
-            let fields = provider_id_matches
-                .text("failure_reason", truncate(&reason, 2000))
-                .text("mail_state", MailState::Pending.as_str())
-                .remove("lease_until")
-                .due(shard, now);
-            let outcome = app
-                .store
-                .change_status(&job.id, JobEvent::Failed, fields, now)
-                .await?;
-            (JobEvent::Failed, outcome)
+            fail(app, job, provider_id_matches, &reason, now).await?
         }
     };
 
@@ -191,6 +193,31 @@ pub async fn apply_provider_job<P: ResearchProvider, M: Mailer>(
             Transition::Apply(_) => FinishOutcome::ProviderMismatch,
         },
     })
+}
+
+/// Largest provider result stored: anything up to this size fits the result parts even if it
+/// does not compress at all.
+pub const MAX_STORABLE_RESULT_BYTES: usize =
+    crate::store::MAX_RESULT_PARTS * crate::store::RESULT_PART_SIZE - 64 * 1024;
+
+/// Moves a job to FAILED with `reason`, with its failure e-mail pending.
+async fn fail<P: ResearchProvider, M: Mailer>(
+    app: &App<P, M>,
+    job: &JobRecord,
+    fields: ChangeFields,
+    reason: &str,
+    now: i64,
+) -> Result<(JobEvent, ChangeOutcome), StoreError> {
+    let fields = fields
+        .text("failure_reason", truncate(reason, 2000))
+        .text("mail_state", MailState::Pending.as_str())
+        .remove("lease_until")
+        .due(app.store.due_shard(&job.id), now);
+    let outcome = app
+        .store
+        .change_status(&job.id, JobEvent::Failed, fields, now)
+        .await?;
+    Ok((JobEvent::Failed, outcome))
 }
 
 async fn record_unusable<P: ResearchProvider, M: Mailer>(

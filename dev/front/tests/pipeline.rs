@@ -218,3 +218,39 @@ async fn a_webhook_with_a_wrong_signature_changes_nothing() {
     assert!(after.get("report").is_none());
     assert!(stack.mails_for(&id).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_result_too_large_to_store_fails_the_job_with_a_reason() {
+    let stack = TestStack::start().await;
+    let token = stack.token("erin", "erin@example.com");
+    stack
+        .simulator
+        .add_rule(JobRule {
+            report_bytes: Some(research_relay::finish::MAX_STORABLE_RESULT_BYTES + 100_000),
+            ..JobRule::default()
+        })
+        .expect("valid rule");
+
+    let answer = stack
+        .submit(&token, &json!({"query": QUESTION}).to_string(), None)
+        .await;
+    let id = answer.body["id"].as_str().expect("an id").to_owned();
+    let job = stack
+        .wait_for(&token, &id, Duration::from_secs(60), finished_and_mailed)
+        .await;
+
+    assert_eq!(job["status"], "FAILED");
+    assert!(
+        job["failure_reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("bytes")),
+        "{job}"
+    );
+    let mails = stack.mails_for(&id).await;
+    assert_eq!(mails.len(), 1);
+    assert!(
+        mails[0]
+            .subject()
+            .is_some_and(|subject| subject.starts_with("Research failed"))
+    );
+}
