@@ -290,18 +290,10 @@ pub struct Answer {
 }
 
 impl Answer {
-    async fn read(response: reqwest::Response) -> Self {
+    /// Reads a whole answer.
+    pub async fn read(response: reqwest::Response) -> Self {
         let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(name, value)| {
-                (
-                    name.as_str().to_owned(),
-                    value.to_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect();
+        let headers = headers_of(&response);
         let bytes = response.bytes().await.unwrap_or_default();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Self {
@@ -310,6 +302,20 @@ impl Answer {
             body,
         }
     }
+}
+
+/// An answer's headers by lower-case name; repeated headers keep the last value.
+pub fn headers_of(response: &reqwest::Response) -> HashMap<String, String> {
+    response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                value.to_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
 }
 
 /// Whether a job view is finished and its e-mail settled.

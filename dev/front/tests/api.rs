@@ -114,16 +114,7 @@ impl<'a> Api<'a> {
 
 async fn observe(method: &str, path: &str, response: reqwest::Response) -> Observed {
     let status = response.status().as_u16();
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                value.to_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
+    let headers = local_front::testkit::headers_of(&response);
     let bytes = response.bytes().await.expect("a body");
     let body = if bytes.is_empty() {
         Value::Null

@@ -6,7 +6,7 @@
 #[path = "support/contract.rs"]
 mod contract;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
@@ -43,16 +43,7 @@ async fn call(
     }
     let response = request.send().await.expect("the front answers");
     let status = response.status().as_u16();
-    let headers: HashMap<String, String> = response
-        .headers()
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                value.to_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
+    let headers = local_front::testkit::headers_of(&response);
     let bytes = response.bytes().await.expect("a body");
     Observed {
         method: method.as_str().to_owned(),

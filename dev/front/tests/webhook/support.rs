@@ -311,16 +311,7 @@ pub async fn deliver<M: Mailer + 'static>(
 
 async fn read_answer(response: reqwest::Response) -> Answer {
     let status = response.status().as_u16();
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                value.to_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
+    let headers = local_front::testkit::headers_of(&response);
     let bytes = response.bytes().await.expect("a body");
     Answer {
         status,
