@@ -49,7 +49,7 @@ use aws_sdk_dynamodb::types::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::job::{JobEvent, JobStatus, MailState, Transition, transition};
+use crate::job::{JobEvent, JobStatus, MailState};
 
 /// Largest compressed result kept inside the job item. The rest of a job item is bounded by the
 /// request limits (well under 50 KB), so this keeps every item under DynamoDB's 400 KB.
@@ -606,24 +606,7 @@ impl JobStore {
         fields: ChangeFields,
         now: i64,
     ) -> Result<ChangeOutcome, StoreError> {
-        let allowed = event.allowed_from();
-        let mut values: Vec<(String, AttributeValue)> = allowed
-            .iter()
-            .enumerate()
-            .map(|(index, status)| (format!(":from{index}"), s(status.as_str())))
-            .collect();
-        let placeholders: Vec<String> = values.iter().map(|(key, _)| key.clone()).collect();
-        let mut condition = format!("#status IN ({})", placeholders.join(", "));
-        for extra in &fields.extra_conditions {
-            condition = format!("{condition} AND ({extra})");
-        }
-        values.extend(fields.extra_values.iter().cloned());
-
-        let mut fields = fields;
-        fields.sets.push(("status", s(event.target().as_str())));
-        if event.target().is_final() {
-            fields.sets.push(("finished_at", n(now)));
-        }
+        let (fields, condition, values) = status_transition(event, fields, now);
         self.conditional_update(job_id, fields, Some(condition), values, now)
             .await
     }
@@ -705,24 +688,7 @@ impl JobStore {
         let fields = fields
             .number("result_parts", parts.len())
             .remove("result_gz");
-        let status_values: Vec<(String, AttributeValue)> = JobEvent::Completed
-            .allowed_from()
-            .iter()
-            .enumerate()
-            .map(|(index, status)| (format!(":from{index}"), s(status.as_str())))
-            .collect();
-        let placeholders: Vec<String> = status_values.iter().map(|(key, _)| key.clone()).collect();
-        let mut condition = format!("#status IN ({})", placeholders.join(", "));
-        for extra in &fields.extra_conditions {
-            condition = format!("{condition} AND ({extra})");
-        }
-        let mut values = status_values;
-        values.extend(fields.extra_values.iter().cloned());
-        let mut fields = fields;
-        fields
-            .sets
-            .push(("status", s(JobStatus::Completed.as_str())));
-        fields.sets.push(("finished_at", n(now)));
+        let (fields, condition, values) = status_transition(JobEvent::Completed, fields, now);
         let expression = UpdateExpression::build(fields, Some(condition), values, now);
 
         let job_update = Update::builder()
@@ -1014,9 +980,32 @@ fn item_to_summary(item: &HashMap<String, AttributeValue>) -> Option<JobSummary>
     })
 }
 
-/// Whether a failed conditional write means the event was a duplicate (success) or a conflict.
-pub fn classify(current: &JobRecord, event: JobEvent) -> Transition {
-    transition(current.status, event)
+/// The parts of a status change shared by a plain update and a transaction: the condition is
+/// exactly the state machine's allowed starting states (plus any extra condition in `fields`),
+/// and the update sets the new status, with `finished_at` for a final one.
+fn status_transition(
+    event: JobEvent,
+    mut fields: ChangeFields,
+    now: i64,
+) -> (ChangeFields, String, Vec<(String, AttributeValue)>) {
+    let mut values: Vec<(String, AttributeValue)> = event
+        .allowed_from()
+        .iter()
+        .enumerate()
+        .map(|(index, status)| (format!(":from{index}"), s(status.as_str())))
+        .collect();
+    let placeholders: Vec<String> = values.iter().map(|(key, _)| key.clone()).collect();
+    let mut condition = format!("#status IN ({})", placeholders.join(", "));
+    for extra in &fields.extra_conditions {
+        condition = format!("{condition} AND ({extra})");
+    }
+    values.extend(fields.extra_values.iter().cloned());
+
+    fields.sets.push(("status", s(event.target().as_str())));
+    if event.target().is_final() {
+        fields.sets.push(("finished_at", n(now)));
+    }
+    (fields, condition, values)
 }
 
 struct UpdateExpression {

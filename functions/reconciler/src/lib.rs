@@ -763,11 +763,6 @@ pub fn metric_values(summary: &RunSummary) -> Vec<(&'static str, f64, &'static s
     ]
 }
 
-/// Loads the reconciler's context from the environment, for `main`.
-pub async fn live_app() -> Result<research_relay::app::LiveApp, research_relay::app::StartupError> {
-    research_relay::app::LiveApp::from_env().await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     research_relay::telemetry::init();
-    let app = reconciler::live_app().await?;
+    let app = research_relay::app::LiveApp::from_env().await?;
     let app = &app;
 
     lambda_runtime::run(service_fn(

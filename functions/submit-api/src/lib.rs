@@ -532,8 +532,3 @@ async fn cancel<P: ResearchProvider, M: Mailer>(
     }
     Ok(json_response(200, &job_view(&cancelled, None)))
 }
-
-/// Loads the API's context from the environment, for `main`.
-pub async fn live_app() -> Result<research_relay::app::LiveApp, research_relay::app::StartupError> {
-    research_relay::app::LiveApp::from_env().await
-}

@@ -5,7 +5,7 @@ use lambda_http::{Error, Request, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     research_relay::telemetry::init();
-    let app = submit_api::live_app().await?;
+    let app = research_relay::app::LiveApp::from_env().await?;
     let app = &app;
 
     lambda_http::run(service_fn(move |request: Request| async move {

@@ -258,11 +258,6 @@ async fn receive<P: ResearchProvider, M: Mailer>(
     ))
 }
 
-/// Loads the receiver's context from the environment, for `main`.
-pub async fn live_app() -> Result<research_relay::app::LiveApp, research_relay::app::StartupError> {
-    research_relay::app::LiveApp::from_env().await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
